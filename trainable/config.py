@@ -328,17 +328,19 @@ class TrainingConfig:
         return self.output_dir / "visual"
 
 
-def load_config(source: Union[str, os.PathLike, dict[str, Any]]) -> TrainingConfig:
+def load_config(source: Union[str, os.PathLike, dict[str, Any]],
+                base_dir: Union[str, os.PathLike, None] = None) -> TrainingConfig:
     """Build and check a :class:`TrainingConfig` from a JSON file path or a nested dict.
 
     Missing keys take their documented defaults. Relative paths in a file are resolved
-    against the file's folder; relative paths in a dict against the current directory.
+    against the file's folder; relative paths in a dict against ``base_dir``, by default the
+    current folder.
 
     Raises:
         ConfigError: for an unknown key, a wrong type or a value out of range.
     """
     if isinstance(source, dict):
-        raw, base = source, Path.cwd()
+        raw, base = source, Path(base_dir) if base_dir is not None else Path.cwd()
     else:
         file = Path(source)
         try:

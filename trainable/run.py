@@ -169,7 +169,7 @@ class TrainingRun:
         try:
             return self._run_epoch(epoch)
         except Exception as error:
-            self.log.append_error(epoch, error)
+            self.log.append_error(error, epoch)
             raise
 
     def _run_epoch(self, epoch: int) -> EpochResult:

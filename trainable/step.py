@@ -162,8 +162,8 @@ def _check_finite(terms: dict[str, torch.Tensor], total: torch.Tensor,
 def _result(terms: dict[str, torch.Tensor], total: torch.Tensor, num_candidates: int,
             num_foreground: int) -> ImageStepResult:
     return ImageStepResult(
-        terms={name: float(value) for name, value in terms.items()},
-        total=float(total),
+        terms={name: float(value.detach()) for name, value in terms.items()},
+        total=float(total.detach()),
         num_candidates=num_candidates,
         num_foreground=num_foreground,
     )

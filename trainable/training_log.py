@@ -52,11 +52,16 @@ class TrainingLog:
         with self.path.open("a") as file:
             file.write(format_line(fields) + "\n")
 
-    def append_error(self, epoch: int, error: BaseException) -> None:
+    def append_error(self, error: BaseException, epoch: int | None = None) -> None:
+        """Append a comment line with the error, on one line, and the epoch it stopped."""
         message = " ".join(f"{type(error).__name__}: {error}".split())
+        where = f"in epoch {epoch}" if epoch is not None else "before training"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as file:
-            file.write(f"# failed in epoch {epoch}: {message}\n")
+            file.write(f"# failed {where}: {message}\n")
+
+    def has_error(self) -> bool:
+        return self.path.exists() and "\n# failed " in "\n" + self.path.read_text()
 
     def read(self) -> list[dict[str, Any]]:
         """Return the fields of every epoch line, skipping comment lines."""

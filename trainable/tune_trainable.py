@@ -16,6 +16,7 @@ import torch
 from ray import tune
 
 from trainable.config import load_config
+from trainable.data import ImageRecord
 from trainable.run import EpochObserver, EpochResult, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def restore_from_tune(run: TrainingRun) -> bool:
 
 def train_segment_everything(
         config: dict[str, Any],
-        observer_factories: Iterable[Callable[[dict[str, Any]], EpochObserver]] = ()) -> None:
+        observer_factories: Iterable[Callable[[dict[str, Any]], EpochObserver]] = (),
+        records: tuple[list[ImageRecord], list[ImageRecord]] | None = None) -> None:
     """Run one training as a Ray Tune trial.
 
     Args:
@@ -53,6 +55,9 @@ def train_segment_everything(
             its ``training_log.txt``, visualisations and best weights apart.
         observer_factories: each is called with the config dict and returns an extra epoch
             observer (for example the MLflow child run); pass them with ``tune.with_parameters``.
+        records: the decoded (train, validation) splits, shared by the trials of a search
+            through Ray's object store so that no trial decodes the images again; read from the
+            config's folders when None.
     """
     config = dict(config)
     trial_dir = tune.get_context().get_trial_dir()
@@ -61,7 +66,8 @@ def train_segment_everything(
         config["visual"] = {**config.get("visual", {}),
                             "save_path": os.path.join(trial_dir, "output", "visual")}
     settings = load_config(config)
-    run = TrainingRun(settings)
+    train_records, val_records = records if records is not None else (None, None)
+    run = TrainingRun(settings, train_records, val_records)
     restore_from_tune(run)
     observers = [factory(config) for factory in observer_factories]
     run.run([*observers, report_to_tune])

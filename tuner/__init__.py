@@ -1,0 +1,1 @@
+"""The search service: ``python -m tuner.search`` runs an Optuna search on Ray Tune."""

@@ -1,0 +1,46 @@
+"""The function each trial of a search runs: sampled values merged into the base config, one
+training run, and its MLflow child run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+from search_spaces import apply_params
+from trainable.data import ImageRecord
+from trainable.training_log import TrainingLog
+from trainable.tune_trainable import train_segment_everything
+from tuner.mlflow_runs import TrialTracking, trial_log_file
+
+
+def run_trial(sampled: dict[str, Any], *, base_config: dict[str, Any],
+              tracking: TrialTracking | None = None,
+              records: tuple[list[ImageRecord], list[ImageRecord]] | None = None) -> None:
+    """Train the base config with the trial's sampled values (flat dotted keys) applied."""
+    config = apply_params(base_config, sampled)
+    context = tune.get_context()
+    child = None
+    if tracking is not None:
+        child = tracking.child_run(context.get_trial_id(), context.get_trial_name(), config,
+                                   sampled)
+    factories = [lambda _config: child.log_epoch] if child is not None else []
+
+    try:
+        train_segment_everything(config, observer_factories=factories, records=records)
+    except SystemExit:
+        # Tune ends a trial that its scheduler stops with SystemExit from tune.report().
+        if child is not None:
+            child.client.set_tag(child.run_id, "stopped_by_scheduler", "true")
+            child.finish()
+        raise
+    except BaseException as error:
+        log_file = trial_log_file(context.get_trial_dir())
+        log = TrainingLog(log_file.parent)
+        if not log.has_error():  # errors before the first epoch are not logged yet
+            log.append_error(error)
+        if child is not None:
+            child.fail(error, log_file)
+        raise
+    if child is not None:
+        child.finish()
