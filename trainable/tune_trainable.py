@@ -1,13 +1,16 @@
 """The Ray Tune function trainable: one trial is one :class:`TrainingRun`.
 
-Each epoch (epoch 0 included) is reported with a checkpoint holding the whole training state,
-and a restarted trial continues exactly from ``tune.get_checkpoint()``.
+Each epoch (epoch 0 included) is reported with a checkpoint holding the whole training state
+and a copy of ``training_log.txt``, and a restarted trial continues exactly from
+``tune.get_checkpoint()``. The log travels in the checkpoint because Tune restores a trial of a
+resumed search into a fresh local folder that holds only the checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -18,6 +21,7 @@ from ray import tune
 from trainable.config import load_config
 from trainable.data import ImageRecord
 from trainable.run import EpochObserver, EpochResult, TrainingRun
+from trainable.training_log import FILE_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ def report_to_tune(result: EpochResult, run: TrainingRun) -> None:
     """Report an epoch's fields to Tune with a checkpoint of the run's state."""
     with tempfile.TemporaryDirectory() as folder:
         torch.save(run.state_dict(), Path(folder) / STATE_FILE)
+        shutil.copyfile(run.log.path, Path(folder) / FILE_NAME)
         tune.report(result.fields(), checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -38,6 +43,8 @@ def restore_from_tune(run: TrainingRun) -> bool:
         return False
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location=run.device, weights_only=False)
+        run.log.path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(folder) / FILE_NAME, run.log.path)
     run.load_state_dict(state)
     logger.info("resumed from the checkpoint of epoch %d", run.epoch)
     return True
