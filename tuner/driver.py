@@ -15,7 +15,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import SearchSpace, base_values
 from trainable.data import ImageRecord
-from tuner.mlflow_runs import ChildRunFinaliser, TrialTracking, close_parent_run, open_parent_run
+from tuner.mlflow_runs import (ChildRunFinaliser, TrialTracking, close_parent_run,
+                               describe_error, open_parent_run)
 from tuner.settings import SearchSettings
 from tuner.summary import SearchSummary, format_table, summarise_search
 from tuner.trial import run_trial
@@ -159,7 +160,7 @@ def _print_summary(settings: SearchSettings, summary: SearchSummary, results) ->
     print(f"\n{len(results)} trials, {len(errors)} failed. Best trials by {settings.metric}:")
     print(format_table(summary.table, settings.metric))
     for result in errors:
-        print(f"failed trial {Path(result.path).name}: {' '.join(str(result.error).split())[:300]}")
+        print(f"failed trial {Path(result.path).name}: {describe_error(result.error)[:300]}")
     if summary.importances:
         print("\nparameter importances:")
         for name, value in summary.importances.items():

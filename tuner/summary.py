@@ -28,6 +28,7 @@ from search_spaces import SearchSpace, apply_params
 from trainable.config import load_config
 from trainable.model import build_model, save_official_weights
 from trainable.tune_trainable import STATE_FILE
+from tuner.mlflow_runs import describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -178,4 +179,4 @@ def _export_best_weights(result, metric: str, mode: str, path: Path) -> Path | N
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:500]
+    return describe_error(error)[:500]
