@@ -32,8 +32,8 @@ def default_settings(storage_path: str | None = None) -> dict[str, Any]:
             "dataset": {"train_dir": str(data / "train"), "val_dir": str(data / "val"),
                         "grid_points": 2},
             "model": {"type": "vit_t", "checkpoint_path": None},
-            # Random weights rarely reach the guide's IoU of 0.5 with any object, which would
-            # leave only the classification loss; a lower threshold lets every term train.
+            # Random weights rarely reach an IoU of 0.5 with any object, so only the
+            # classification loss would train. A lower threshold lets every term train.
             "train": {"epochs": 2, "lr": 1e-4, "warmup_epochs": 0.5, "early_stop_patience": 0,
                       "match_iou_threshold": 0.1},
             "visual": {"save_every_n_epochs": 1, "max_images": 1},

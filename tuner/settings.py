@@ -1,7 +1,7 @@
 """Search settings: what to search, how long, on which resources, and where results go.
 
-A search file (YAML or JSON) holds the settings below; every setting also has a command-line
-flag, and a flag given on the command line wins over the file::
+A search file (YAML or JSON) contains the settings below. Every setting also has a
+command-line flag, and a flag given on the command line wins over the file::
 
     base_config: train.json          # a training config file, or the config itself inline
     space: loss_weights              # a named space, or an inline space (search_spaces YAML form)
