@@ -19,6 +19,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 MODEL_TYPES = ("vit_t", "vit_b", "vit_l", "vit_h")
 LAMBDA_SCHEDULE_TYPES = ("constant", "plateau", "step", "cosine", "staged")
+DISTILLATION_TERMS = ("encoder", "decoder", "attention", "rkd")
+ATTENTION_GRID_SIZES = (2, 4, 8, 16, 32)
+CACHE_DTYPES = ("float16", "float32")
 
 
 class ConfigError(ValueError):
@@ -243,17 +246,116 @@ class LambdaScheduleConfig:
 
 
 @dataclass
+class EncoderDistillationConfig:
+    """Student against teacher image embeddings (both 256x64x64 for every SAM variant).
+
+    The term is ``mse_weight * MSE + kl_weight * KL``. MSE is averaged over all elements. KL is
+    taken over the 256 channels at each of the 64x64 positions: both embeddings are softened
+    by a softmax over channels at ``temperature``, KL(teacher || student) is averaged over the
+    positions and multiplied by ``temperature ** 2`` so that its gradient scale does not
+    depend on the temperature.
+    """
+
+    enable: bool = True
+    weight: float = 1.0
+    mse_weight: float = 1.0
+    kl_weight: float = 0.0
+    temperature: float = 1.0
+
+    def _check(self, path: str) -> None:
+        _check_term_weights(self, path, ("weight", "mse_weight", "kl_weight"))
+        _require(self.temperature > 0.0, f"{path}.temperature", self.temperature, "must be > 0")
+
+
+@dataclass
+class DecoderDistillationConfig:
+    """Student against teacher mask decoder outputs for the same grid prompts.
+
+    The teacher's prompt encoder and mask decoder run on the teacher's cached image embedding
+    with the student's prompts, in the same chunks. The term is ``mask_weight`` times the
+    binary KL(teacher || student) between the sigmoid of the 256x256 low-resolution mask
+    logits at ``temperature`` (averaged over pixels, times ``temperature ** 2``), plus
+    ``iou_weight`` times the squared difference of the IoU predictions, both averaged over
+    the image's candidates.
+    """
+
+    enable: bool = False
+    weight: float = 1.0
+    mask_weight: float = 1.0
+    iou_weight: float = 1.0
+    temperature: float = 1.0
+
+    def _check(self, path: str) -> None:
+        _check_term_weights(self, path, ("weight", "mask_weight", "iou_weight"))
+        _require(self.temperature > 0.0, f"{path}.temperature", self.temperature, "must be > 0")
+
+
+@dataclass
+class AttentionDistillationConfig:
+    """Attention maps of mapped image-encoder blocks, compared by KL.
+
+    Each map is averaged over heads and pooled to ``grid_size`` x ``grid_size`` image regions
+    (region-to-region attention). ``trainable.distillation_attention`` states which student
+    block is compared with which teacher block. ``grid_size`` must divide 64, the side of the
+    encoders' token grid.
+    """
+
+    enable: bool = False
+    weight: float = 1.0
+    grid_size: int = 16
+
+    def _check(self, path: str) -> None:
+        _require(self.weight >= 0.0, f"{path}.weight", self.weight, "must be >= 0")
+        _require(self.grid_size in ATTENTION_GRID_SIZES, f"{path}.grid_size", self.grid_size,
+                 f"must be one of {', '.join(map(str, ATTENTION_GRID_SIZES))} (a divisor of the "
+                 "64x64 token grid; larger grids make the cached maps too large)")
+
+
+@dataclass
+class RkdConfig:
+    """Relational knowledge distillation (Park et al., 2019) within one image.
+
+    Each image embedding is average-pooled to ``grid_size`` x ``grid_size`` region vectors.
+    The term is ``distance_weight`` times the smooth-L1 difference of their pairwise distance
+    matrices (each divided by its mean distance), plus ``angle_weight`` times that of their
+    angle tensors. The relations are among regions of one image, so the term carries signal
+    at batch size 1.
+    """
+
+    enable: bool = False
+    weight: float = 1.0
+    distance_weight: float = 1.0
+    angle_weight: float = 2.0
+    grid_size: int = 8
+
+    def _check(self, path: str) -> None:
+        _check_term_weights(self, path, ("weight", "distance_weight", "angle_weight"))
+        _require(2 <= self.grid_size <= 16, f"{path}.grid_size", self.grid_size,
+                 "must be an integer from 2 to 16 (the angle tensor has grid_size ** 6 entries)")
+
+
+@dataclass
 class DistillationConfig:
     """Distillation from the ``teachers``, scaled by λ.
 
     ``lambda_coef`` is the initial λ. ``dynamic_lambda: true`` is the short form of
-    ``lambda_schedule: {"type": "plateau"}``.
+    ``lambda_schedule: {"type": "plateau"}``. The distillation loss of an image is
+    λ * sum over the enabled terms of ``weight`` * sum over teachers of the teacher's weight
+    times the term. ``cache_dir`` stores teacher outputs shared by runs (default:
+    ``<dataset.cache_dir>/teacher_outputs``, else ``<model.save_dir>/teacher_cache``), in
+    the precision ``cache_dtype``.
     """
 
     enable: bool = False
     lambda_coef: float = 1.0
     dynamic_lambda: bool = False
     lambda_schedule: LambdaScheduleConfig = field(default_factory=LambdaScheduleConfig)
+    encoder: EncoderDistillationConfig = field(default_factory=EncoderDistillationConfig)
+    decoder: DecoderDistillationConfig = field(default_factory=DecoderDistillationConfig)
+    attention: AttentionDistillationConfig = field(default_factory=AttentionDistillationConfig)
+    rkd: RkdConfig = field(default_factory=RkdConfig)
+    cache_dir: str | None = None
+    cache_dtype: str = "float16"
 
     def _check(self, path: str) -> None:
         _require(self.lambda_coef >= 0.0, f"{path}.lambda_coef", self.lambda_coef,
@@ -264,11 +366,23 @@ class DistillationConfig:
                      "means a plateau schedule and contradicts lambda_schedule.type="
                      f"{self.lambda_schedule.type!r}; set one of the two")
             self.lambda_schedule.type = "plateau"
+        _require(self.cache_dtype in CACHE_DTYPES, f"{path}.cache_dtype", self.cache_dtype,
+                 f"must be one of {', '.join(CACHE_DTYPES)}")
+        if self.enable:
+            _require(any(getattr(self, name).enable for name in DISTILLATION_TERMS),
+                     f"{path}.enable", self.enable,
+                     f"needs at least one of {', '.join(DISTILLATION_TERMS)} enabled")
 
 
 @dataclass
 class TeacherConfig:
-    """One SAM teacher: its model type, its official checkpoint and its weight in the sum."""
+    """One SAM teacher: its model type, its official checkpoint and its weight in the sum.
+
+    Without ``weight`` on any teacher every teacher weighs ``1 / len(teachers)``; give either
+    every teacher a weight or none. ``allow_random_weights: true`` accepts a teacher without a
+    checkpoint (tests and dry runs only): it is then initialised from a fixed seed, so every
+    run gets the same random teacher.
+    """
 
     name: str = ""
     type: str = "vit_b"
@@ -312,6 +426,10 @@ class TrainingConfig:
         names = [t.name for t in self.teachers]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         _require(not duplicated, "teachers", duplicated, "teacher names must be unique")
+        weighted = [t.name for t in self.teachers if t.weight is not None]
+        _require(len(weighted) in (0, len(self.teachers)), "teachers", weighted,
+                 "only these teachers have a weight; give every teacher a weight or none "
+                 "(none means equal weights summing to 1)")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a plain nested dict, the form :func:`load_config` reads."""
@@ -410,6 +528,18 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     raise TypeError(f"unsupported config type {hint!r} at {path}")
 
 
+def _check_term_weights(section: Any, path: str, names: tuple[str, ...]) -> None:
+    """Check that the weights of a distillation term are >= 0 and its parts not all 0."""
+    for name in names:
+        _require(getattr(section, name) >= 0.0, f"{path}.{name}", getattr(section, name),
+                 "must be >= 0")
+    parts = names[1:]
+    if section.enable:
+        _require(any(getattr(section, name) > 0.0 for name in parts), path,
+                 {name: getattr(section, name) for name in parts},
+                 "at least one of these weights must be > 0 while the term is enabled")
+
+
 def _require(condition: bool, path: str, value: Any, rule: str) -> None:
     if not condition:
         raise ConfigError(f"{path}={value!r} is invalid: {rule}")
@@ -432,6 +562,7 @@ def _resolve_paths(config: TrainingConfig, base: Path) -> None:
     config.dataset.train_dir = absolute(config.dataset.train_dir)
     config.dataset.val_dir = absolute(config.dataset.val_dir)
     config.dataset.cache_dir = absolute(config.dataset.cache_dir)
+    config.distillation.cache_dir = absolute(config.distillation.cache_dir)
     config.model.checkpoint_path = absolute(config.model.checkpoint_path)
     config.model.save_dir = absolute(config.model.save_dir)
     config.visual.save_path = absolute(config.visual.save_path)

@@ -20,6 +20,7 @@ import torch
 
 from trainable.config import TrainingConfig
 from trainable.data import ImageRecord, load_split
+from trainable.distillation import Distiller, build_distiller
 from trainable.evaluation import evaluate_image, summarise
 from trainable.losses import TASK_TERMS
 from trainable.model import (Sam, apply_freeze, build_model, frozen_parts,
@@ -74,6 +75,9 @@ class TrainingRun:
         train_records, val_records: decoded splits; loaded from the config's folders when None.
         sam: the model to train; built from ``model.type`` and ``model.checkpoint_path`` when
             None.
+
+    With ``distillation.enable`` the teachers are loaded and their outputs for the training
+    images cached (computed now for images missing from the cache) before the first epoch.
     """
 
     def __init__(self, config: TrainingConfig,
@@ -111,6 +115,9 @@ class TrainingRun:
             focal_gamma=config.train.focal_gamma,
             chunk_size=config.model.decoder_chunk_size,
         )
+        self.distiller: Distiller | None = None
+        if config.distillation.enable:
+            self.distiller = build_distiller(config, self.sam, self.train_records, self.device)
 
         # Counters that a checkpoint carries. ``epoch`` is the last finished epoch, -1 before
         # the epoch-0 validation.
@@ -175,7 +182,7 @@ class TrainingRun:
     def _run_epoch(self, epoch: int) -> EpochResult:
         started = time.perf_counter()
         lambda_coef = self.lambda_schedule.value(epoch)
-        losses = self.train_epoch(epoch) if epoch > 0 else {}
+        losses = self.train_epoch(epoch, lambda_coef) if epoch > 0 else {}
         evaluations = [self._evaluate(record) for record in self.val_records]
         metrics = summarise(evaluations)
 
@@ -210,8 +217,14 @@ class TrainingRun:
             f"{k}={v:.4g}" for k, v in result.fields().items() if isinstance(v, float)))
         return result
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """Run the optimiser steps of one epoch; return the mean loss terms over its images."""
+    def train_epoch(self, epoch: int, lambda_coef: float | None = None) -> dict[str, float]:
+        """Run the optimiser steps of one epoch; return the mean loss terms over its images.
+
+        ``lambda_coef`` scales the distillation terms; by default it is the schedule's λ for
+        ``epoch``.
+        """
+        if lambda_coef is None:
+            lambda_coef = self.lambda_schedule.value(epoch)
         config = self.config.train
         apply_freeze(self.sam, frozen_parts(self.config.freeze, epoch))
         self.sam.train()
@@ -219,7 +232,8 @@ class TrainingRun:
         order = torch.randperm(len(self.train_records), generator=generator).tolist()
         images_per_step = config.batch_size * config.gradient_accumulation
 
-        totals = {name: 0.0 for name in (*TASK_TERMS, "loss")}
+        distill_terms = self.distiller.term_names if self.distiller is not None else ()
+        totals = {name: 0.0 for name in (*TASK_TERMS, *distill_terms, "loss")}
         for start in range(0, len(order), images_per_step):
             batch = order[start:start + images_per_step]
             self.optimizer.zero_grad(set_to_none=True)
@@ -227,7 +241,8 @@ class TrainingRun:
                 record = self.train_records[index]
                 points = self._training_prompts(record, generator)
                 result = train_image(self.sam, record, points, self.step_settings,
-                                     loss_scale=1.0 / len(batch), autocast=self._autocast)
+                                     loss_scale=1.0 / len(batch), autocast=self._autocast,
+                                     distiller=self.distiller, lambda_coef=lambda_coef)
                 for name, value in result.terms.items():
                     totals[name] += value
                 totals["loss"] += result.total

@@ -15,6 +15,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import SearchSpace, base_values
 from trainable.data import ImageRecord
+from trainable.precompute import fill_cache_for_search
 from tuner.mlflow_runs import (ChildRunFinaliser, TrialTracking, close_parent_run,
                                describe_error, open_parent_run)
 from tuner.settings import SearchSettings
@@ -80,6 +81,13 @@ def run_search(settings: SearchSettings, space: SearchSpace, base_config: dict[s
         (experiment_dir / SETTINGS_FILE).write_text(json.dumps(settings.to_dict(), indent=2))
 
     dashboard = start_ray(settings)
+
+    # Distillation: teacher outputs are computed once here and shared by every trial through
+    # the cache folder that the returned config names.
+    base_config = fill_cache_for_search(base_config, settings.storage_path, records[0],
+                                        cpus=settings.resources_per_trial.cpu,
+                                        gpus=settings.resources_per_trial.gpu)
+
     tracking_uri = settings.tracking_uri
     experiment_id, parent_run_id = open_parent_run(
         tracking_uri, settings.mlflow.experiment, experiment_dir, settings.name,
@@ -111,6 +119,10 @@ def run_search(settings: SearchSettings, space: SearchSpace, base_config: dict[s
             run_config=tune.RunConfig(
                 name=settings.name, storage_path=settings.storage_path,
                 failure_config=tune.FailureConfig(max_failures=settings.retries),
+                # A trial writes training_log.txt and its visualisations to its working folder
+                # on the node that runs it. Ray copies that folder to the storage path only
+                # with sync_artifacts, at every checkpoint (every epoch here).
+                sync_config=tune.SyncConfig(sync_artifacts=True),
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=CHECKPOINTS_PER_TRIAL,
                     checkpoint_score_attribute=settings.metric,

@@ -168,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # Every image is read here, before Ray starts, so a bad file fails the command at once.
-    checkpoint = base_config["model"]["checkpoint_path"]
-    if checkpoint and not Path(checkpoint).is_file():
-        print(f"error: model.checkpoint_path not found: {checkpoint}", file=sys.stderr)
-        return 2
+    checkpoints = [("model.checkpoint_path", base_config["model"]["checkpoint_path"])]
+    checkpoints += [(f"teacher {t['name']!r} checkpoint_path", t["checkpoint_path"])
+                    for t in base_config["teachers"]]
+    for label, checkpoint in checkpoints:
+        if checkpoint and not Path(checkpoint).is_file():
+            print(f"error: {label} not found: {checkpoint}", file=sys.stderr)
+            return 2
     try:
         records = (load_split(base_config["dataset"]["train_dir"],
                               base_config["dataset"]["mask_threshold"]),
