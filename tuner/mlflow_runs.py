@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune import Callback
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 TRIAL_ID_TAG = "trial_id"
 ERROR_TAG = "error"
+# Starts of the trial: 1, plus one for each retry or resume.
+ATTEMPTS_TAG = "attempts"
 PARENT_RUN_FILE = "mlflow_parent_run.json"
 # MLflow stores at most 6000 characters in a tag value; longer error texts are cut.
 MAX_TAG_LENGTH = 5000
@@ -99,14 +101,19 @@ class TrialTracking:
         self.parent_run_id = parent_run_id
 
     def child_run(self, trial_id: str, trial_name: str, config: dict[str, Any],
-                  sampled: dict[str, Any]) -> "ChildRun":
-        """Start the trial's child run, or continue it when the trial restarts."""
+                  sampled: dict[str, Any], tags: dict[str, str] | None = None) -> "ChildRun":
+        """Start the trial's child run, or continue it when the trial restarts.
+
+        ``tags`` (such as the Ray node) are set again on every restart, so they describe the
+        trial's latest attempt.
+        """
         client = MlflowClient(self.tracking_uri)
         run_id = find_child_run(client, self.experiment_id, self.parent_run_id, trial_id)
         if run_id is None:
             run = client.create_run(self.experiment_id, run_name=trial_name, tags={
                 MLFLOW_PARENT_RUN_ID: self.parent_run_id, TRIAL_ID_TAG: trial_id,
-                "sampled_params": ", ".join(sorted(sampled))})
+                "sampled_params": ", ".join(sorted(sampled)), ATTEMPTS_TAG: "1",
+                **(tags or {})})
             run_id = run.info.run_id
             params = flatten(config)
             params.pop("model.save_dir", None)
@@ -114,6 +121,9 @@ class TrialTracking:
             client.log_batch(run_id, params=[Param(k, _text(v)) for k, v in params.items()])
         else:
             client.update_run(run_id, status="RUNNING")
+            attempts = int(client.get_run(run_id).data.tags.get(ATTEMPTS_TAG, "1")) + 1
+            tags = {**(tags or {}), ATTEMPTS_TAG: str(attempts)}
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             logger.info("continuing MLflow run %s of trial %s", run_id, trial_id)
         return ChildRun(client, run_id)
 
@@ -142,7 +152,7 @@ class ChildRun:
 
     def fail(self, error: BaseException, log_file: Path | None = None) -> None:
         """End the run as FAILED with the error as a tag and, when it exists, the trial's log."""
-        text = f"{type(error).__name__}: {error}"
+        text = describe_error(error)
         self.client.set_tag(self.run_id, ERROR_TAG, text[:MAX_TAG_LENGTH])
         if log_file is not None and log_file.exists():
             self.client.log_artifact(self.run_id, str(log_file))
@@ -171,11 +181,17 @@ class ChildRunFinaliser(Callback):
                 return
             run = client.get_run(run_id)
             if error is not None and ERROR_TAG not in run.data.tags:
-                client.set_tag(run_id, ERROR_TAG, str(error)[:MAX_TAG_LENGTH])
+                client.set_tag(run_id, ERROR_TAG, describe_error(error)[:MAX_TAG_LENGTH])
             if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
                 client.set_terminated(run_id, status)
         except Exception:  # a tracking hiccup must not end the whole search
             logger.exception("could not close the MLflow run of trial %s", trial.trial_id)
+
+
+def describe_error(error: BaseException) -> str:
+    """Return "Type: message" of the error a trial raised, unwrapping Ray's task error."""
+    cause = getattr(error, "cause", None) or error
+    return " ".join(f"{type(cause).__name__}: {cause}".split())
 
 
 def trial_log_file(trial_dir: str) -> Path:
