@@ -6,11 +6,11 @@ on it. Then it runs ``python -m tuner.search --address ...`` with two one-epoch 
 need one CPU each, on two nodes of one CPU each, so that one trial lands on each node.
 
 All of it runs in a private network namespace whose only interface is loopback. Ray 2.60
-replaces a node address of 127.0.0.1 with the machine's routable address (it asks the routing
-table which source address reaches 8.8.8.8), so two ``ray start`` nodes cannot share 127.0.0.1
-on an ordinary network. Inside the namespace no other address exists, every node gets
-127.0.0.1, Ray's servers bind only to it, and no port can collide with other processes on the
-machine. Creating the namespace needs root, as does running PostgreSQL as its own user.
+replaces a node address of 127.0.0.1 with the machine's routable address, the one that would
+reach 8.8.8.8, so two ``ray start`` nodes cannot share 127.0.0.1 on an ordinary network.
+Inside the namespace no other address exists, every node gets 127.0.0.1, Ray's servers bind
+only to it, and no port can collide with other processes on the machine. Creating the
+namespace needs root, as does running PostgreSQL as its own user.
 
 The test process itself stays outside the namespace, so it reads the cluster and the MLflow
 server through short Python helpers of this module run inside it (see ``call_in_namespace``).
@@ -76,7 +76,7 @@ def is_running(pid: int) -> bool:
 
 
 def wait_for_url(url: str, timeout_s: float, server_pid: int) -> bool:
-    """Poll ``url`` until it answers 200; return False on timeout or when the server exits."""
+    """Poll ``url`` until it returns HTTP 200, and return False on timeout or server exit."""
     import urllib.error
     import urllib.request
 
@@ -93,7 +93,7 @@ def wait_for_url(url: str, timeout_s: float, server_pid: int) -> bool:
 
 
 def wait_for_port(port: int, timeout_s: float, server_pid: int) -> bool:
-    """Poll 127.0.0.1:``port`` until it accepts a TCP connection; False as for wait_for_url."""
+    """Poll 127.0.0.1:``port`` until it accepts TCP, and return False on timeout or exit."""
     import socket
 
     deadline = time.monotonic() + timeout_s
@@ -107,7 +107,7 @@ def wait_for_port(port: int, timeout_s: float, server_pid: int) -> bool:
 
 
 def alive_ray_nodes(address: str, count: int, timeout_s: float) -> list[dict]:
-    """Wait until the cluster at ``address`` has ``count`` alive nodes; return their records."""
+    """Wait until the cluster at ``address`` has ``count`` alive nodes, and return them."""
     import ray
 
     ray.init(address=address, logging_level="WARNING", log_to_driver=False)
@@ -227,7 +227,7 @@ def wait_until_gone(still_running, timeout_s: float) -> None:
 def stop_session(process: subprocess.Popen) -> None:
     """End a process started in a session of its own, and every process of that session.
 
-    Ray's worker processes get process groups of their own, so the session is what holds
+    Ray's worker processes get process groups of their own, so the session is what contains
     everything that one ``ray start`` started. The leader goes first: ``ray start --block``
     stops its own processes on SIGTERM within seconds, whereas Ray processes signalled all at
     once took about 13 s to exit on this machine.
@@ -352,7 +352,7 @@ def namespace(work_dir):
 
 
 def start_postgres(namespace: Namespace, work_dir: Path, password: str) -> str:
-    """Create and start a PostgreSQL server with database ``mlflow``; return its URI."""
+    """Create and start a PostgreSQL server with database ``mlflow``, and return its URI."""
     folder = work_dir / "postgres"
     folder.mkdir()
     password_file = folder / "password"
@@ -428,7 +428,7 @@ def services(namespace, work_dir):
 # The test.
 
 def write_search_inputs(work_dir: Path) -> Path:
-    """Generate one training and one validation image; return the base training config."""
+    """Generate one training and one validation image, and return the base config's path."""
     from trainable.synthetic import generate_dataset
 
     data = generate_dataset(work_dir / "data", train_images=1, val_images=1, seed=5)
@@ -450,7 +450,7 @@ def node_of(nodes: list[dict], resource: str) -> dict:
 
 @pytest.fixture(scope="module")
 def search(namespace, services, work_dir):
-    """Run the search on the cluster; return its storage folder, MLflow runs and gauges."""
+    """Run the search on the cluster, and return its folder, MLflow runs and trial gauges."""
     base_config = write_search_inputs(work_dir)
     storage = work_dir / "results"
     log_file = services["logs"] / "search.log"
@@ -517,12 +517,6 @@ def test_storage_has_checkpoint_of_each_trial(search):
         assert len(checkpoints) == 1, f"{trial_dir}: {list_files(trial_dir)}"
 
 
-# NOTE: trainable.tune_trainable writes a trial's outputs to tune.get_context().get_trial_dir(),
-# which in Ray 2.60 is a staging folder under the Ray temp folder of the node that runs the
-# trial. Only the driver's node syncs that folder to the storage path, so the trial that runs
-# on the second node leaves training_log.txt and ray_node.json on that node's local disk.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="outputs of a trial on another node than the driver's stay on that node")
 def test_storage_has_log_of_each_trial(search):
     for child in search["children"]:
         trial_dir = search["storage"] / f"trial_{child['tags']['trial_id']}"

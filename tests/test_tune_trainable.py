@@ -41,7 +41,8 @@ def run_trial(config, storage, name, factories=(), max_failures=0):
         tune.with_resources(trainable, {"cpu": 2}),
         param_space=config,
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+                                  failure_config=tune.FailureConfig(max_failures=max_failures),
+                                  sync_config=tune.SyncConfig(sync_artifacts=True)),
     )
     results = tuner.fit()
     assert results.num_errors == 0

@@ -56,6 +56,9 @@ def train_segment_everything(
         records: tuple[list[ImageRecord], list[ImageRecord]] | None = None) -> None:
     """Run one training as a Ray Tune trial.
 
+    Its outputs go to ``output/`` in the trial's working folder; run the Tuner with
+    ``tune.SyncConfig(sync_artifacts=True)`` so that Ray copies them to the storage path.
+
     Args:
         config: a complete training config as a nested dict (the JSON form). Its
             ``model.save_dir`` is replaced by the trial's own folder, so that every trial writes
@@ -67,7 +70,10 @@ def train_segment_everything(
             config's folders when None.
     """
     config = dict(config)
-    trial_dir = tune.get_context().get_trial_dir()
+    # Tune runs each trial in its own working folder and, with SyncConfig(sync_artifacts=True),
+    # copies that folder to the storage path from whichever node runs the trial.
+    # get_trial_dir() names a staging folder that only the driver's node copies.
+    trial_dir = os.getcwd()
     config["model"] = {**config.get("model", {}), "save_dir": os.path.join(trial_dir, "output")}
     if not config.get("visual", {}).get("save_path"):
         config["visual"] = {**config.get("visual", {}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +120,9 @@ def run_search(settings: SearchSettings, space: SearchSpace, base_config: dict[s
             run_config=tune.RunConfig(
                 name=settings.name, storage_path=settings.storage_path,
                 failure_config=tune.FailureConfig(max_failures=settings.retries),
-                # A trial writes training_log.txt and its visualisations to its working folder
-                # on the node that runs it. Ray copies that folder to the storage path only
-                # with sync_artifacts, at every checkpoint (every epoch here).
+                # With sync_artifacts Ray copies each trial's working folder (the current
+                # folder of the trial's process) to the storage path at every checkpoint, from
+                # whichever node runs the trial.
                 sync_config=tune.SyncConfig(sync_artifacts=True),
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=CHECKPOINTS_PER_TRIAL,
@@ -163,8 +164,8 @@ def _print_locations(settings: SearchSettings, dashboard: str | None, tracking_u
     print(f"Ray dashboard:  {dashboard or '(not running)'}", flush=True)
     print(f"MLflow:         {tracking_uri} (parent run {parent_run_id})", flush=True)
     if tracking_uri.startswith("sqlite:"):
-        print(f"                view it with: mlflow ui --backend-store-uri {tracking_uri}",
-              flush=True)
+        print(f"                view it with: {sys.executable} -m mlflow ui "
+              f"--backend-store-uri {tracking_uri}", flush=True)
 
 
 def _print_summary(settings: SearchSettings, summary: SearchSummary, results) -> None:
@@ -181,4 +182,5 @@ def _print_summary(settings: SearchSettings, summary: SearchSummary, results) ->
     for label, path in summary.files.items():
         print(f"{label + ':':12s} {path}")
     if "best_config" in summary.files:
-        print(f"rerun the best config: python -m trainable --config {summary.files['best_config']}")
+        print(f"rerun the best config: {sys.executable} -m trainable --config "
+              f"{summary.files['best_config']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tuner.mlflow_runs import TrialTracking, trial_log_file
 
 logger = logging.getLogger(__name__)
 
-# Where the trial ran: a file in its folder, and tags of its MLflow child run.
+# The Ray node of a trial, recorded in a file of its folder and as tags of its MLflow run.
 NODE_FILE = "ray_node.json"
 NODE_ID_TAG = "ray_node_id"
 NODE_IP_TAG = "ray_node_ip"
@@ -32,7 +33,7 @@ def run_trial(sampled: dict[str, Any], *, base_config: dict[str, Any],
     """Train the base config with the trial's sampled values (flat dotted keys) applied."""
     config = apply_params(base_config, sampled)
     context = tune.get_context()
-    node = record_node(context.get_trial_dir())
+    node = record_node(os.getcwd())
     child = None
     if tracking is not None:
         child = tracking.child_run(context.get_trial_id(), context.get_trial_name(), config,
@@ -51,7 +52,7 @@ def run_trial(sampled: dict[str, Any], *, base_config: dict[str, Any],
             child.finish()
         raise
     except BaseException as error:
-        log_file = trial_log_file(context.get_trial_dir())
+        log_file = trial_log_file(os.getcwd())
         log = TrainingLog(log_file.parent)
         if not log.has_error():  # errors before the first epoch are not logged yet
             log.append_error(error)
