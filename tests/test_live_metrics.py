@@ -11,7 +11,7 @@ from trainable.run import EpochResult
 from tuner.live_metrics import LiveMetrics
 
 # Ray pushes metrics to its node agent every metrics_report_interval_ms (10 s by default in
-# Ray 2.60); a shorter interval keeps the test short.
+# Ray 2.60), so a shorter interval keeps the test short.
 REPORT_INTERVAL_MS = 500
 EXPORT_TIMEOUT_S = 60
 EXPORTED_NAMES = {
@@ -34,7 +34,7 @@ def metrics_url():
 
 @ray.remote(num_cpus=0)
 class TrialWorker:
-    """Stands in for a trial's actor: the gauges live as long as this process."""
+    """A stand-in for a trial's actor, which sets the gauges in a worker process of its own."""
 
     def observe(self, trial_id, trial_name, results):
         observer = LiveMetrics(trial_id, trial_name)

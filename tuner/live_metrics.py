@@ -3,8 +3,9 @@
 After every epoch a trial sets four Ray gauges (epoch, val_dice, val_iou and λ) tagged with its
 trial id and trial name. The metrics agent of the node that runs the trial exports them to
 Prometheus with Ray's ``ray_`` prefix, so in Grafana the query
-``ray_mobilesam_trial_val_dice`` draws one line per trial. A gauge holds its last value, so
-the series of a finished trial stays at its final epoch.
+``ray_mobilesam_trial_val_dice`` draws one line per trial. A gauge keeps its last value, so
+the series of a finished trial stays at its final epoch until the search's driver exits. Then
+the node stops exporting the gauges of that Ray job.
 """
 
 from __future__ import annotations
