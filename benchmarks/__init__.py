@@ -1,0 +1,1 @@
+"""Benchmarks of the training step and of the search service; see BENCHMARKS.md."""
