@@ -240,7 +240,9 @@ def test_mlflow_stores_runs_in_postgres(resolved_compose: dict) -> None:
     command = mlflow["command"]
     mount_targets = {volume["target"] for volume in mlflow["volumes"]}
 
-    assert any(argument.startswith("--backend-store-uri=postgresql://") for argument in command)
+    # The image installs psycopg2, and SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3.
+    assert any(argument.startswith("--backend-store-uri=postgresql+psycopg2://")
+               for argument in command)
     assert "--serve-artifacts" in command
     assert "--artifacts-destination=/mlflow/artifacts" in command
     assert "--host=0.0.0.0" in command
