@@ -3,8 +3,9 @@
     python -m benchmarks.step                          # grids 4 8 16, 3 runs each
     python -m benchmarks.step --grids 4 16 --runs 2 --json step.json
 
-For every grid it runs three variants on one coco-mini image, each in a fresh subprocess so
-that the peak memory it reports belongs to that variant alone:
+For every grid it runs three variants on one coco-mini image, each in its own process so that
+the peak memory it reports belongs to that variant alone. The variants take turns, one step
+each per round, so that a changing background load reaches all of them alike:
 
 - ``chunked``: ``trainable.step.train_image`` with ``--chunk-size`` prompts per decoder batch.
 - ``straightforward``: ``benchmarks.straightforward``, every prompt in one decoder batch. It is
@@ -14,9 +15,10 @@ that the peak memory it reports belongs to that variant alone:
   ``train.prompt_subset`` does.
 
 A step is the image's forward and backward pass followed by gradient clipping and an AdamW
-step, as in ``TrainingRun``. Each variant reports the median step time over ``--runs`` runs, the
-time of each stage, the peak memory of a step and the loss of its first run, which the
-straightforward variant must reproduce. Runs on CPU, and on CUDA when it is available.
+step, as in ``TrainingRun``. Each variant reports the lower median of its ``--runs`` step times
+with that step's stages, the largest peak memory of its steps and the loss of its first step,
+which the chunked and straightforward variants must share. Runs on CPU, and on CUDA (with
+bf16 autocast, as training does there) when it is available.
 """
 
 from __future__ import annotations
@@ -250,10 +252,13 @@ def run_interleaved(specs: list[dict[str, Any]], runs: int) -> list[dict[str, An
 
 def _straightforward_estimate(results: list[dict[str, Any]], device: str,
                               grid: int) -> float | None:
-    """Extrapolate the straightforward variant's peak memory at ``grid`` from this run's
-    measurements of steps that keep the graph of every prompt (the straightforward variant,
-    and chunked or subset steps whose prompts fit one chunk), as a straight line in the number
-    of prompts through the two measurements furthest apart; None with fewer than two."""
+    """Extrapolate the straightforward variant's peak memory at ``grid`` from this run's steps
+    that keep the graph of every prompt.
+
+    Those are the straightforward steps and the chunked or subset steps whose prompts fit one
+    chunk. The estimate is a straight line in the number of prompts through the two of them
+    furthest apart, or None with fewer than two.
+    """
     single_pass = {}
     for result in results:
         if result["device"] != device or "peak_bytes_max" not in result:
@@ -404,7 +409,8 @@ def _losses_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
 # The worker process: one variant at one grid size.
 
 def serve_worker(spec: dict[str, Any]) -> int:
-    """Load the image and the model, then answer ``step`` and ``finish`` lines from stdin."""
+    """Load the image and the model, then run the ``step`` and ``finish`` commands read from
+    stdin, writing each result to stdout."""
     benchmark = VariantBenchmark(spec)
     _reply({"ready": True})
     for line in sys.stdin:
@@ -466,7 +472,8 @@ class VariantBenchmark:
         self.runs: list[dict[str, Any]] = []
 
     def timed_step(self) -> dict[str, Any]:
-        """Run and time one step; return its time, stages, peak memory and loss."""
+        """Run and time one step, keep its figures for :meth:`summary` and return its time and
+        peak memory."""
         from benchmarks.measure import release_memory
 
         if self.guard is not None:
@@ -599,8 +606,8 @@ def _timed_step(sam, optimizer, record, points, settings, variant: str, device,
 
 
 def _iou_rows_seconds(record, num_prompts: int, chunk_size: int, device) -> float:
-    """Time the IoU rows of every candidate, computed chunk by chunk as in the step's first
-    pass, on random binary masks; inside the step this time is part of the decoder pass 1."""
+    """Time the IoU rows of every candidate, chunk by chunk as in the step's first pass, on
+    random binary masks. Inside the step this time is part of decoder pass 1."""
     import torch
 
     from trainable.matching import iou_matrix
@@ -626,8 +633,8 @@ def _validation_matching_seconds(sam, record, num_prompts: int, chunk_size: int,
     """Time validation's matching both ways on random logits of the grid's shape.
 
     ``low_res`` is what ``evaluate_image`` does: IoU rows at 256x256, Hungarian pairs, then
-    only the matched candidates upsampled to the original size (their prompts are decoded
-    again there; that decoder time is not counted here). ``full_res`` upsamples every
+    only the matched candidates upsampled to the original size. ``evaluate_image`` decodes
+    their prompts again first, which is not counted here. ``full_res`` upsamples every
     candidate, chunk by chunk, and computes the IoU rows at the original size.
     """
     import torch

@@ -1,9 +1,9 @@
 """The train step written as the training guide describes it, for comparison with
 ``trainable.step.train_image``.
 
-Every prompt goes through the decoder in one batch with its graph kept, the IoU matrix comes
-from broadcasting the (3K, 1, 256, 256) candidates against the (1, G, 256, 256) ground truth, and
-the losses are summed pair by pair in Python. It computes the same loss as ``train_image``
+Every prompt goes through the decoder in one batch with its graph kept. The IoU matrix comes
+from broadcasting the (3K, 1, 256, 256) candidates against the (1, G, 256, 256) ground truth,
+and the losses are summed pair by pair in Python. It computes the same loss as ``train_image``
 (the benchmark and ``tests/test_optimisations.py`` check that), with memory that grows with the
 number of prompts.
 """

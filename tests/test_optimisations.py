@@ -6,7 +6,6 @@ between trials, the stage-timing hook of the step, and the straightforward step 
 ``benchmarks/step.py`` compares against.
 """
 
-import copy
 import pickle
 
 import numpy as np
@@ -19,7 +18,6 @@ from benchmarks.straightforward import straightforward_step
 from trainable.config import load_config
 from trainable.data import load_split
 from trainable.evaluation import evaluate_image
-from trainable.prediction import decode_prompts, encode_image
 from trainable.run import TrainingRun
 from trainable.step import StepSettings, train_image
 from trainable.training_log import TrainingLog
@@ -39,7 +37,7 @@ def gradients(sam):
 
 
 class ShiftedMaskDecoder:
-    """Stands in for ``decode_prompts``: prompt ``p`` of the grid gets the low-resolution mask
+    """Replaces ``decode_prompts``: prompt ``p`` of the grid gets the low-resolution mask
     of object ``p % G`` shifted right by ``p // G`` pixels, an empty mask and a full one.
 
     Each object's best candidate is then its unshifted mask at 256x256 and at the original
@@ -128,8 +126,7 @@ def log_without_seconds(folder):
             for line in TrainingLog(folder).read()]
 
 
-def test_prompt_subset_trains_on_a_quarter_and_validates_on_the_grid(synthetic_root, tmp_path,
-                                                                     monkeypatch):
+def test_prompt_subset_validates_full_grid(synthetic_root, tmp_path, monkeypatch):
     import trainable.run as run_module
 
     trained, validated = [], []
@@ -168,7 +165,7 @@ def test_prompt_subset_is_reproducible(synthetic_root, tmp_path):
 
 def test_shared_records_equal_records_decoded_in_trial(synthetic_root, tmp_path):
     # A trial receives the driver's decoded splits through Ray's object store, which pickles
-    # them; here the pickle round trip stands in for it.
+    # them, so a pickle round trip plays that part here.
     shared = pickle.loads(pickle.dumps((load_split(synthetic_root / "train"),
                                         load_split(synthetic_root / "val"))))
     with_shared = TrainingRun(small_config(synthetic_root, tmp_path / "shared"), *shared,
