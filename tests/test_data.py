@@ -79,7 +79,8 @@ def test_mask_of_wrong_size_names_both_paths(tmp_path):
     message = str(caught.value)
     assert str(split / "mask" / "a" / "o1.png") in message
     assert str(split / "image" / "a.png") in message
-    assert "60x41" in message and "60x40" in message
+    assert "60x41" in message
+    assert "60x40" in message
 
 
 def test_unreadable_image_names_its_path(tmp_path):

@@ -27,7 +27,7 @@ def test_failed_trials_are_reported_and_the_search_goes_on(tmp_path):
         capture_output=True, text=True, env=search_env(), timeout=600)
     output = completed.stdout + completed.stderr
 
-    # No trial succeeded, so there is no best config and the command says so by its status.
+    # No trial succeeded, so there is no best config and the command exits with status 1.
     assert completed.returncode == 1, output[-3000:]
     assert "2 trials, 2 failed" in completed.stdout
     assert f"cannot read checkpoint {corrupt}" in completed.stdout

@@ -68,8 +68,8 @@ class ModelConfig:
 
     ``checkpoint_path`` is an official state dict (``mobile_sam.pt``); ``None`` starts from
     random weights. ``save_dir`` receives ``best.pt``, ``training_log.txt`` and, unless
-    ``visual.save_path`` says otherwise, the visualisations. ``decoder_chunk_size`` is the number
-    of prompts decoded at once; peak memory grows with it and not with ``grid_points``.
+    ``visual.save_path`` names another folder, the visualisations. ``decoder_chunk_size`` is
+    the number of prompts decoded at once. Peak memory grows with it, not with ``grid_points``.
     """
 
     type: str = "vit_t"

@@ -93,7 +93,7 @@ def find_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
 
 
 class TrialTracking:
-    """Where a trial logs: picklable, handed to every trial by the search driver."""
+    """MLflow location of a search's trials, picklable so the driver can hand it to every trial."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str):
         self.tracking_uri = tracking_uri
