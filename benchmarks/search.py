@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="generated training images (default: %(default)s)")
     parser.add_argument("--val-images", type=int, default=1,
                         help="generated validation images (default: %(default)s)")
+    parser.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction, default=True,
+                        help="run each trial in the finished trial's process, the search's "
+                             "default (default: %(default)s)")
     parser.add_argument("--work-dir", type=Path,
                         help="folder for the data and the search's results (default: a "
                              "temporary folder, removed at the end)")
@@ -96,6 +99,7 @@ def run_benchmark(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
                "--space", "loss_weights", "--trials", str(args.trials),
                "--epochs", str(args.epochs), "--scheduler", "fifo",
                "--max-concurrent-trials", "1", "--num-cpus", "2", "--cpus-per-trial", "2",
+               "--reuse-actors" if args.reuse_actors else "--no-reuse-actors",
                "--no-dashboard", "--storage-path", str(storage), "--name", name]
     run = _run_timed(command, work_dir / "search.log")
     if run["returncode"] != 0:
@@ -158,7 +162,7 @@ def _time_split(run: dict[str, Any], trials: list[dict[str, Any]],
                                            for t in trials),
         "settings": {"trials": args.trials, "epochs": args.epochs,
                      "grid_points": args.grid_points, "train_images": args.train_images,
-                     "val_images": args.val_images},
+                     "val_images": args.val_images, "reuse_actors": args.reuse_actors},
         "wall_s": wall_s,
         "work_s": work_s,
         "inside_trials_overhead_s": inside_s,

@@ -3,7 +3,8 @@
 The same search settings run once on coco-mini against the default SQLite store and once
 against an ``mlflow server`` that the test starts on 127.0.0.1. The second run uses two
 generated images instead of coco-mini's eight to keep the suite's time in bounds; the MLflow
-path it checks does not depend on the images.
+path it checks does not depend on the images. The first run reuses trial processes (the
+default), the second starts one per trial.
 """
 
 import json
@@ -16,6 +17,7 @@ from search_helpers import (free_port, mlflow_runs, run_search, search_command, 
                             wait_for_http, write_base_config)
 from trainable.synthetic import generate_dataset
 from trainable.training_log import TrainingLog
+from tuner.trial import NODE_FILE
 
 TRIALS = 2
 
@@ -50,6 +52,11 @@ def check_search(storage, name, tracking_uri):
     return experiment
 
 
+def trial_processes(experiment):
+    return [json.loads((trial / NODE_FILE).read_text())["pid"]
+            for trial in sorted(experiment.glob("trial_*"))]
+
+
 def test_search_on_coco_mini_with_sqlite_store(coco_mini, tmp_path):
     base = write_base_config(tmp_path / "train.json", coco_mini)
     storage = tmp_path / "results"
@@ -62,6 +69,8 @@ def test_search_on_coco_mini_with_sqlite_store(coco_mini, tmp_path):
     table = (experiment / "results.csv").read_text().splitlines()
     assert len(table) == TRIALS + 1
     assert (experiment / "best_model.pt").is_file()
+    # One trial at a time with the same resources: the second ran in the first one's process.
+    assert len(set(trial_processes(experiment))) == 1
 
     # The best config is a complete training config that the single-run command accepts.
     best = json.loads((experiment / "best_config.json").read_text())
@@ -96,7 +105,9 @@ def test_search_with_mlflow_server(tmp_path, mlflow_server):
     storage = tmp_path / "results"
     completed = run_search(search_command(base, storage, "coco-http", "--trials", str(TRIALS),
                                           "--epochs", "1", "--scheduler", "fifo",
-                                          "--mlflow-uri", mlflow_server))
+                                          "--mlflow-uri", mlflow_server,
+                                          "--no-reuse-actors"))
     assert mlflow_server in completed.stdout
-    check_search(storage, "coco-http", mlflow_server)
+    experiment = check_search(storage, "coco-http", mlflow_server)
+    assert len(set(trial_processes(experiment))) == TRIALS
     assert not (storage / "coco-http" / "mlflow.db").exists()

@@ -111,3 +111,12 @@ def test_print_space_shows_space_and_samples(tmp_path, base_config, capsys):
     assert "train.loss_weights.focal" in out
     assert out.count("sample ") == 3
     assert not ray.is_initialized()
+
+
+def test_reuse_actors_must_be_a_boolean(tmp_path, base_config, capsys):
+    search = tmp_path / "search.yaml"
+    search.write_text(f"base_config: {base_config}\nreuse_actors: sometimes\n")
+    code = main(["--config", str(search)])
+    assert code == 2
+    assert "reuse_actors='sometimes' is invalid: must be true or false" in capsys.readouterr().err
+    assert not ray.is_initialized()

@@ -116,6 +116,7 @@ def run_search(settings: SearchSettings, space: SearchSpace, base_config: dict[s
                 scheduler=build_scheduler(settings, base_config["train"]["epochs"]),
                 num_samples=settings.trials,
                 max_concurrent_trials=settings.max_concurrent_trials,
+                reuse_actors=settings.reuse_actors,
                 trial_dirname_creator=_trial_folder_name),
             run_config=tune.RunConfig(
                 name=settings.name, storage_path=settings.storage_path,

@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="GPUs reserved per trial; fractions share a GPU")
     parser.add_argument("--max-concurrent-trials", type=int, help="trials running at once")
     parser.add_argument("--retries", type=int, help="restarts of a failed trial")
+    parser.add_argument("--reuse-actors", action=argparse.BooleanOptionalAction,
+                        help="run a new trial in the process of a finished one (default: yes)")
     parser.add_argument("--seed", type=int, help="seed of the Optuna sampler")
     parser.add_argument("--storage-path", help="folder (or s3:// URI) for results")
     parser.add_argument("--name", help="name of the search; its folder under the storage path")
@@ -111,6 +113,7 @@ def collect_settings(args: argparse.Namespace) -> dict[str, Any]:
     put("resources_per_trial.gpu", args.gpus_per_trial)
     put("max_concurrent_trials", args.max_concurrent_trials)
     put("retries", args.retries)
+    put("reuse_actors", args.reuse_actors)
     put("seed", args.seed)
     put("storage_path", args.storage_path)
     put("name", args.name)

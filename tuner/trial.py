@@ -21,7 +21,8 @@ from tuner.mlflow_runs import TrialTracking, trial_log_file
 
 logger = logging.getLogger(__name__)
 
-# The Ray node of a trial, recorded in a file of its folder and as tags of its MLflow run.
+# The Ray node and process of a trial, recorded in a file of its folder; the node also as tags
+# of its MLflow run.
 NODE_FILE = "ray_node.json"
 NODE_ID_TAG = "ray_node_id"
 NODE_IP_TAG = "ray_node_ip"
@@ -64,11 +65,13 @@ def run_trial(sampled: dict[str, Any], *, base_config: dict[str, Any],
 
 
 def record_node(trial_dir: str) -> dict[str, str]:
-    """Write the id and IP of the Ray node that runs this trial to its folder, and return them."""
+    """Write the id and IP of the Ray node that runs this trial, and the id of its process, to
+    the trial's folder, and return them."""
     node = {"node_id": ray.get_runtime_context().get_node_id(),
-            "node_ip": ray.util.get_node_ip_address()}
+            "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
     folder = Path(trial_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / NODE_FILE).write_text(json.dumps(node))
-    logger.info("trial running on Ray node %s at %s", node["node_id"], node["node_ip"])
+    logger.info("trial running on Ray node %s at %s, process %d", node["node_id"],
+                node["node_ip"], node["pid"])
     return node
