@@ -3,11 +3,14 @@
     python -m benchmarks.step                          # grids 4 8 16, 3 runs each
     python -m benchmarks.step --grids 4 16 --runs 2 --json step.json
 
-For every grid it runs three variants on one coco-mini image, each in its own process so that
+For every grid it runs four variants on one coco-mini image, each in its own process so that
 the peak memory it reports belongs to that variant alone. The variants take turns, one step
 each per round, so that a changing background load reaches all of them alike:
 
-- ``chunked``: ``trainable.step.train_image`` with ``--chunk-size`` prompts per decoder batch.
+- ``chunked``: ``trainable.step.train_image`` with ``--chunk-size`` prompts per decoder batch,
+  in the schedule it picks for the image (the matched re-decode when the ground-truth masks are
+  at most 0.4 of the prompts, two passes otherwise).
+- ``two_pass``: the same with the two-pass schedule forced, to weigh the schedules.
 - ``straightforward``: ``benchmarks.straightforward``, every prompt in one decoder batch. It is
   skipped where its memory, extrapolated from the smaller grids of the same run, would pass the
   memory limit.
@@ -39,7 +42,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "coco-mini"
-VARIANTS = ("chunked", "straightforward", "subset")
+VARIANTS = ("chunked", "two_pass", "straightforward", "subset")
 STAGES = ("encoder_forward", "decoder_pass1", "matching", "decoder_pass2", "losses",
           "decoder_backward", "encoder_backward", "optimiser")
 # Two loss values count as equal within this relative difference: the two implementations sum
@@ -330,6 +333,10 @@ def _grid_ratios(grid: int, chunked: dict[str, Any],
                      f"peak memory {chunked['peak_bytes_max'] / reference['peak_bytes_max']:.2f}x, "
                      f"loss values {'equal' if _losses_equal(chunked, reference) else 'DIFFERENT'} "
                      f"(max relative difference {_loss_difference(chunked, reference):.1e})")
+    two_pass = measured.get((grid, "two_pass"))
+    if two_pass is not None:
+        parts.append(f"chunked / two_pass: time {chunked['step_s'] / two_pass['step_s']:.2f}x, "
+                     f"loss values {'equal' if _losses_equal(chunked, two_pass) else 'DIFFERENT'}")
     subset = measured.get((grid, "subset"))
     if subset is not None:
         parts.append(f"subset of {subset['prompts']} prompts / full grid: time "
@@ -465,6 +472,8 @@ class VariantBenchmark:
         self.sam.train()
         self.optimizer = torch.optim.AdamW(self.sam.parameters(), lr=1e-4, weight_decay=1e-4)
         self.settings = step_settings(spec["threshold"], spec["chunk_size"])
+        if spec["variant"] == "two_pass":
+            self.settings = dataclasses.replace(self.settings, schedule="two_pass")
         self.autocast = contextlib.nullcontext
         if self.device.type == "cuda" and spec["bf16"]:  # as TrainingRun does with train.bf16
             self.autocast = functools.partial(torch.autocast, device_type="cuda",

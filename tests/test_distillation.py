@@ -4,6 +4,7 @@ Expected values come from independent computations written out here with NumPy a
 """
 
 import copy
+import dataclasses
 import logging
 import math
 import re
@@ -340,13 +341,16 @@ ALL_BUT_ATTENTION = {"encoder": {"kl_weight": 1.0, "temperature": 2.0},
                      "rkd": {"enable": True}}
 
 
-def test_chunked_step_with_distillation_equals_single_pass(small_sam, record, tmp_path):
+@pytest.mark.parametrize("schedule", ["two_pass", "matched_redecode"])
+def test_chunked_step_with_distillation_equals_single_pass(small_sam, record, tmp_path,
+                                                          schedule):
     distiller = small_distiller(tmp_path, build_small_sam(seed=5), **ALL_BUT_ATTENTION)
     points = record.prompt_points(3)  # 9 prompts
     whole, chunked = copy.deepcopy(small_sam), copy.deepcopy(small_sam)
     result_whole = train_image(whole, record, points, step_settings(9), 1.0,
                                distiller=distiller, lambda_coef=0.7)
-    result_chunked = train_image(chunked, record, points, step_settings(2), 1.0,
+    chunked_settings = dataclasses.replace(step_settings(2), schedule=schedule)
+    result_chunked = train_image(chunked, record, points, chunked_settings, 1.0,
                                  distiller=distiller, lambda_coef=0.7)
 
     for name in ("distill_encoder", "distill_decoder", "distill_rkd"):

@@ -6,6 +6,7 @@ between trials, the stage-timing hook of the step, and the straightforward step 
 ``benchmarks/step.py`` compares against.
 """
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -177,24 +178,32 @@ def test_shared_records_equal_records_decoded_in_trial(synthetic_root, tmp_path)
     assert log_without_seconds(tmp_path / "shared") == log_without_seconds(tmp_path / "decoded")
 
 
-@pytest.mark.parametrize("chunk_size", [4, 2])
-def test_stage_timing_hook_changes_nothing(train_record, chunk_size):
+@pytest.mark.parametrize("chunk_size, schedule",
+                         [(4, "auto"), (2, "two_pass"), (2, "matched_redecode")])
+def test_stage_timing_hook_changes_nothing(train_record, chunk_size, schedule):
     points = train_record.prompt_points(2)
+    settings = dataclasses.replace(step_settings(chunk_size), schedule=schedule)
     plain, timed = build_small_sam(), build_small_sam()
     stages = []
-    expected = train_image(plain, train_record, points, step_settings(chunk_size), 1.0)
-    actual = train_image(timed, train_record, points, step_settings(chunk_size), 1.0,
-                         lap=stages.append)
+    expected = train_image(plain, train_record, points, settings, 1.0)
+    actual = train_image(timed, train_record, points, settings, 1.0, lap=stages.append)
 
     assert actual.terms == expected.terms
     for name, grad in gradients(plain).items():
         assert torch.equal(gradients(timed)[name], grad), name
-    assert stages[:3] == ["encoder_forward", "decoder_pass1", "matching"]
+    assert stages[0] == "encoder_forward"
     assert stages[-1] == "encoder_backward"
+    chunk_stages = ["losses", "decoder_backward"]
     if chunk_size == 4:  # one chunk: a single decoder pass
-        assert stages[3:] == ["losses", "decoder_backward", "encoder_backward"]
-    else:  # two chunks of 2 prompts
-        assert stages[3:-1] == ["decoder_pass2", "losses", "decoder_backward"] * 2
+        assert stages[1:] == ["decoder_pass1", "matching", *chunk_stages, "encoder_backward"]
+    elif schedule == "two_pass":  # two chunks of 2 prompts, decoded twice
+        assert stages[1:3] == ["decoder_pass1", "matching"]
+        assert stages[3:-1] == ["decoder_pass2", *chunk_stages] * 2
+    else:  # two chunks with gradients, then the chunks of the foreground prompts
+        assert stages[1:8] == ["decoder_pass1", *chunk_stages] * 2 + ["matching"]
+        redecoded_chunks = len(stages[8:-1]) // 3
+        assert 1 <= redecoded_chunks <= 2
+        assert stages[8:-1] == ["decoder_pass2", *chunk_stages] * redecoded_chunks
 
 
 @pytest.mark.parametrize("chunk_size", [3, 2])
