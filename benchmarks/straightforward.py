@@ -53,7 +53,8 @@ def straightforward_step(sam: Sam, record: ImageRecord, points: torch.Tensor,
              if ious[r, c] >= settings.match_iou_threshold]
     lap("matching")
 
-    sums = {"bce": 0.0, "focal": 0.0, "dice": 0.0, "iou": 0.0}
+    zero = torch.zeros((), device=logits.device)
+    sums = {"bce": zero, "focal": zero, "dice": zero, "iou": zero}
     alpha, gamma = settings.focal_alpha, settings.focal_gamma
     for candidate, gt_index in pairs:
         x, target = logits[candidate], gt[gt_index]

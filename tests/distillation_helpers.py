@@ -10,9 +10,6 @@ from trainable.config import DistillationConfig, TeacherConfig, load_config
 from trainable.model import Sam
 from trainable.teachers import Teacher, state_dict_sha256
 
-TASK_WEIGHTS = {"bce": 1.0, "focal": 20.0, "dice": 1.0, "iou": 1.0, "cls": 1.0}
-
-
 def frozen_teacher(sam: Sam, name: str = "teacher", weight: float = 1.0) -> Teacher:
     """Wrap a model (for example a small test SAM) as a frozen teacher in eval mode."""
     for parameter in sam.parameters():

@@ -4,7 +4,6 @@ Expected values come from independent computations written out here with NumPy a
 """
 
 import copy
-import dataclasses
 import logging
 import math
 import re
@@ -26,13 +25,14 @@ from trainable.distillation_losses import (attention_kl, embedding_channel_kl, e
                                            iou_prediction_sum, mask_logit_kl_sum, region_vectors,
                                            rkd_angle, rkd_distance)
 from trainable.model import CheckpointError
-from trainable.step import StepSettings, train_image
+from trainable.step import train_image
 from trainable.teacher_cache import TeacherCache
 from trainable.teachers import load_teacher, load_teachers
 from trainable.training_log import TrainingLog
 
 from conftest import build_small_sam
-from distillation_helpers import TASK_WEIGHTS, distillation_settings, frozen_teacher
+from distillation_helpers import distillation_settings, frozen_teacher
+from step_helpers import WEIGHTS, step_settings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -43,11 +43,6 @@ with warnings.catch_warnings():
 
 def random(*shape, seed=0):
     return torch.from_numpy(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
-
-
-def step_settings(chunk_size, threshold=0.0):
-    return StepSettings(loss_weights=TASK_WEIGHTS, match_iou_threshold=threshold,
-                        focal_alpha=0.25, focal_gamma=2.0, chunk_size=chunk_size)
 
 
 def softmax(values, axis=-1):
@@ -349,8 +344,7 @@ def test_chunked_step_with_distillation_equals_single_pass(small_sam, record, tm
     whole, chunked = copy.deepcopy(small_sam), copy.deepcopy(small_sam)
     result_whole = train_image(whole, record, points, step_settings(9), 1.0,
                                distiller=distiller, lambda_coef=0.7)
-    chunked_settings = dataclasses.replace(step_settings(2), schedule=schedule)
-    result_chunked = train_image(chunked, record, points, chunked_settings, 1.0,
+    result_chunked = train_image(chunked, record, points, step_settings(2, schedule=schedule), 1.0,
                                  distiller=distiller, lambda_coef=0.7)
 
     for name in ("distill_encoder", "distill_decoder", "distill_rkd"):
@@ -389,7 +383,7 @@ def test_lambda_scales_the_distillation_terms(small_sam, record, tmp_path):
                                 distiller=distiller, lambda_coef=lam)
                for lam in (0.0, 3.0)}
 
-    task = sum(TASK_WEIGHTS[name] * results[0.0].terms[name] for name in TASK_WEIGHTS)
+    task = sum(WEIGHTS[name] * results[0.0].terms[name] for name in WEIGHTS)
     assert results[0.0].total == pytest.approx(task, rel=1e-6)
     terms = results[3.0].terms
     expected = task + 3.0 * (2.0 * terms["distill_encoder"] + 0.5 * terms["distill_rkd"])

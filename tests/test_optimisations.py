@@ -6,7 +6,6 @@ between trials, the stage-timing hook of the step, and the straightforward step 
 ``benchmarks/step.py`` compares against.
 """
 
-import dataclasses
 import pickle
 
 import numpy as np
@@ -20,22 +19,11 @@ from trainable.config import load_config
 from trainable.data import load_split
 from trainable.evaluation import evaluate_image
 from trainable.run import TrainingRun
-from trainable.step import StepSettings, train_image
+from trainable.step import train_image
 from trainable.training_log import TrainingLog
 
 from conftest import build_small_sam
-
-WEIGHTS = {"bce": 1.0, "focal": 20.0, "dice": 1.0, "iou": 1.0, "cls": 1.0}
-
-
-def step_settings(chunk_size, threshold=0.0):
-    return StepSettings(loss_weights=WEIGHTS, match_iou_threshold=threshold, focal_alpha=0.25,
-                        focal_gamma=2.0, chunk_size=chunk_size)
-
-
-def gradients(sam):
-    return {name: p.grad.clone() for name, p in sam.named_parameters() if p.grad is not None}
-
+from step_helpers import assert_gradients_close, gradients, step_settings
 
 class ShiftedMaskDecoder:
     """Replaces ``decode_prompts``: prompt ``p`` of the grid gets the low-resolution mask
@@ -182,7 +170,7 @@ def test_shared_records_equal_records_decoded_in_trial(synthetic_root, tmp_path)
                          [(4, "auto"), (2, "two_pass"), (2, "matched_redecode")])
 def test_stage_timing_hook_changes_nothing(train_record, chunk_size, schedule):
     points = train_record.prompt_points(2)
-    settings = dataclasses.replace(step_settings(chunk_size), schedule=schedule)
+    settings = step_settings(chunk_size, schedule=schedule)
     plain, timed = build_small_sam(), build_small_sam()
     stages = []
     expected = train_image(plain, train_record, points, settings, 1.0)
@@ -219,10 +207,7 @@ def test_benchmark_reference_step_equals_train_image(train_record, chunk_size):
     assert result.total == pytest.approx(total, rel=1e-5)
     for name, value in terms.items():
         assert result.terms[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
-    expected = gradients(reference)
-    for name, grad in gradients(chunked).items():
-        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-7,
-                                   msg=f"gradient of {name}")
+    assert_gradients_close(gradients(chunked), gradients(reference))
 
 
 def test_extra_ground_truth_masks_are_mirrored(train_record):
