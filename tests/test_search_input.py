@@ -120,3 +120,27 @@ def test_reuse_actors_must_be_a_boolean(tmp_path, base_config, capsys):
     assert code == 2
     assert "reuse_actors='sometimes' is invalid: must be true or false" in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("file_name, content, message", [
+    ("absent.yaml", None, "search file not found: {path}"),
+    ("list.yaml", "- trials: 3\n", "search file {path} must contain a mapping"),
+    ("broken.json", "{\"trials\": 3,", "search file {path} cannot be parsed"),
+])
+def test_unreadable_search_file(tmp_path, capsys, file_name, content, message):
+    path = tmp_path / file_name
+    if content is not None:
+        path.write_text(content)
+    code = main(["--config", str(path)])
+    assert code == 2
+    assert message.format(path=path) in capsys.readouterr().err
+
+
+def test_unparsable_base_config(tmp_path, capsys):
+    base = tmp_path / "train.yaml"
+    base.write_text("dataset: [unclosed\n")
+    search = tmp_path / "search.yaml"
+    search.write_text("base_config: train.yaml\n")
+    code = main(["--config", str(search)])
+    assert code == 2
+    assert f"base training config {base} cannot be parsed" in capsys.readouterr().err

@@ -142,16 +142,7 @@ class SearchSettings:
 def load_settings_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON search file into a dict, resolving its relative paths."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise SettingsError(f"search file not found: {path}") from None
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SettingsError(f"search file {path} cannot be parsed: {error}") from None
-    if not isinstance(raw, dict):
-        raise SettingsError(f"search file {path} must contain a mapping of settings")
+    raw = _read_mapping(path, "search file")
     base = path.resolve().parent
     if isinstance(raw.get("base_config"), str):
         raw["base_config"] = str((base / raw["base_config"]).resolve())
@@ -167,7 +158,7 @@ def build_settings(raw: dict[str, Any]) -> SearchSettings:
     folder = Path(raw.pop("_folder", "."))
     base = raw.get("base_config")
     if isinstance(base, str):
-        raw["base_config"] = _read_base_config(Path(base))
+        raw["base_config"] = _read_mapping(Path(base), "base training config")
         base_folder = Path(base).resolve().parent
     else:
         base_folder = folder.resolve()
@@ -179,18 +170,20 @@ def build_settings(raw: dict[str, Any]) -> SearchSettings:
     return settings
 
 
-def _read_base_config(path: Path) -> dict[str, Any]:
+def _read_mapping(path: Path, kind: str) -> dict[str, Any]:
+    """Read a JSON file (by its suffix) or else a YAML file that must contain a mapping;
+    ``kind`` names the file in errors."""
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise SettingsError(f"base training config not found: {path}") from None
+        raise SettingsError(f"{kind} not found: {path}") from None
     try:
-        config = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        content = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SettingsError(f"base training config {path} cannot be parsed: {error}") from None
-    if not isinstance(config, dict):
-        raise SettingsError(f"base training config {path} must contain a mapping")
-    return config
+        raise SettingsError(f"{kind} {path} cannot be parsed: {error}") from None
+    if not isinstance(content, dict):
+        raise SettingsError(f"{kind} {path} must contain a mapping")
+    return content
 
 
 def _absolute_dataset_paths(config: dict[str, Any], folder: Path) -> dict[str, Any]:
