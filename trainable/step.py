@@ -44,9 +44,10 @@ from trainable.prediction import (CANDIDATES_PER_PROMPT, decode_prompts, encode_
 
 SCHEDULES = ("auto", "matched_redecode", "two_pass")
 # Re-decoding a prompt with gradients (forward and backward) costs 2.2 to 2.4 times the
-# gradient-free decode that the two-pass schedule spends on every prompt (grids 8 and 16 in
-# BENCHMARKS.md). The matched re-decode, which re-decodes at most one prompt per ground-truth
-# mask, is therefore the cheaper schedule while the masks are at most this share of the prompts.
+# gradient-free decode that the two-pass schedule spends on every prompt (grids 8 and 16 on the
+# CPU in BENCHMARKS.md). The matched re-decode, which re-decodes at most one prompt per
+# ground-truth mask, is therefore the cheaper schedule while the masks are at most this share of
+# the prompts. NOTE: the ratio is not measured on a GPU, where the best share may differ.
 MATCHED_REDECODE_MAX_GT_SHARE = 0.4
 
 if TYPE_CHECKING:

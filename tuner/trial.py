@@ -21,8 +21,8 @@ from tuner.mlflow_runs import TrialTracking, trial_log_file
 
 logger = logging.getLogger(__name__)
 
-# The Ray node and process of a trial, recorded in a file of its folder; the node also as tags
-# of its MLflow run.
+# The Ray node and process of a trial, recorded in a file of its folder. The node is also
+# recorded as tags of the trial's MLflow run.
 NODE_FILE = "ray_node.json"
 NODE_ID_TAG = "ray_node_id"
 NODE_IP_TAG = "ray_node_ip"
