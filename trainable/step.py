@@ -43,11 +43,11 @@ from trainable.prediction import (CANDIDATES_PER_PROMPT, decode_prompts, encode_
                                   grid_iou_matrix, prompt_chunks)
 
 SCHEDULES = ("auto", "matched_redecode", "two_pass")
-# Re-decoding a prompt with gradients (forward and backward) costs 2.2 to 2.4 times the
-# gradient-free decode that the two-pass schedule spends on every prompt (grids 8 and 16 on the
-# CPU in BENCHMARKS.md). The matched re-decode, which re-decodes at most one prompt per
-# ground-truth mask, is therefore the cheaper schedule while the masks are at most this share of
-# the prompts. NOTE: the ratio is not measured on a GPU, where the best share may differ.
+# Decoding a prompt with gradients (forward and backward) cost 1.5 to 2.2 times the
+# gradient-free decode that the two-pass schedule spends on every prompt (grids 8, 16 and 32 on
+# the CPU in BENCHMARKS.md). The matched re-decode repeats that for at most one prompt per
+# ground-truth mask, so with masks at most 0.4 of the prompts it is the cheaper schedule at
+# either end of that range. NOTE: the ratio is not measured on a GPU.
 MATCHED_REDECODE_MAX_GT_SHARE = 0.4
 
 if TYPE_CHECKING:
