@@ -381,7 +381,8 @@ def _check_finite(terms: dict[str, torch.Tensor], total: torch.Tensor,
                   record: ImageRecord) -> None:
     if math.isfinite(float(total.detach())):
         return
-    values = ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items())
+    values = ", ".join(f"{name}={float(torch.as_tensor(value).detach()):.4g}"
+                       for name, value in terms.items())
     raise NonFiniteLossError(f"non-finite loss on image {record.image_path}: {values}; "
                              "lower the learning rate or check the image's masks")
 
