@@ -101,7 +101,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     parser.add_argument("--memory-limit-gib", type=float,
                         help="stop a run whose resident memory passes this many GiB (default: "
-                             f"{MEMORY_LIMIT_FRACTION:.0%} of the memory available at start)")
+                             f"{100 * MEMORY_LIMIT_FRACTION:.0f}%% of the memory available at "
+                             "start)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's random weights")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -6,6 +6,7 @@ between trials, the stage-timing hook of the step, and the straightforward step 
 ``benchmarks/step.py`` compares against.
 """
 
+import importlib
 import pickle
 
 import numpy as np
@@ -219,3 +220,12 @@ def test_extra_ground_truth_masks_are_mirrored(train_record):
     assert torch.equal(padded.gt_masks[own], train_record.gt_masks[0].flip(-1))
     assert padded.gt_low_res.shape == (own + 1, 256, 256)
     assert with_gt_masks(train_record, 0) is train_record
+
+
+@pytest.mark.parametrize("module", ["benchmarks.step", "benchmarks.search"])
+def test_benchmark_help_prints(module, capsys):
+    parse_args = importlib.import_module(module).parse_args
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    assert "--json" in capsys.readouterr().out
