@@ -11,8 +11,8 @@ set by the chunk size, and the step is one of two chunked schedules:
   backpropagate their mask and IoU terms together with the change of their candidates'
   classification term from background to foreground.
 - **Two passes** (when the ground-truth masks are many for the grid). Without gradients, decode
-  every chunk and keep only the IoU rows; match; then decode each chunk again with gradients
-  and backpropagate its share of the loss.
+  every chunk and keep only its IoU rows. After matching, decode each chunk again with
+  gradients and backpropagate its share of the loss.
 
 Both schedules backpropagate into a detached copy of the image embedding and finally push the
 accumulated embedding gradient through the encoder once. The loss is a sum over candidates with
@@ -68,7 +68,7 @@ class StepSettings:
     focal_gamma: float
     chunk_size: int
     # How a grid larger than one chunk is scheduled (module docstring). "auto" picks by the
-    # ratio of ground-truth masks to prompts; the others are for tests and benchmarks.
+    # ratio of ground-truth masks to prompts, and the other values are for tests and benchmarks.
     schedule: str = "auto"
 
     def uses_matched_redecode(self, num_prompts: int, num_gt: int) -> bool:
@@ -138,7 +138,8 @@ def _foreground_sums(logits: torch.Tensor, predicted_iou: torch.Tensor,
     flat_iou = predicted_iou.flatten().float()
     device = flat_logits.device
 
-    # Foreground pairs whose candidate is among ``candidate_ids``, and its position there.
+    # Foreground pairs whose candidate is among ``candidate_ids``, and that candidate's index in
+    # ``candidate_ids``.
     candidate, gt, pair_iou = matching.foreground_pairs()
     ids = candidate_ids.to(candidate.device)
     inside = torch.isin(candidate, ids)
